@@ -234,18 +234,22 @@ impl LocalCluster {
         child.wait_with_output()
     }
 
-    /// The lines a shell can `eval` to use the cluster: `KUBECONFIG`, the registry and S3.
+    /// The lines a shell can `eval` to use the cluster: the registry, S3, a `PATH` with the
+    /// matching `kubectl` first, and `KUBECONFIG` last.
     pub fn exports(&self) -> String {
+        let kubectl_dir = self.kubectl.parent().unwrap_or(Path::new("/"));
         format!(
             "export SUBSTRATE_REGISTRY={}\n\
              export SUBSTRATE_S3_ENDPOINT={}\n\
              export SUBSTRATE_S3_BUCKET={}\n\
              export AWS_SHARED_CREDENTIALS_FILE={}\n\
+             export PATH=\"{}:$PATH\"\n\
              export KUBECONFIG={}\n",
             self.registry,
             self.s3.url,
             self.s3.bucket,
             self.s3.credentials_file.display(),
+            kubectl_dir.display(),
             self.kubeconfig.display(),
         )
     }

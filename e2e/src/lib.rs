@@ -3,6 +3,7 @@
 //! tests, so that both run the same code.
 
 pub mod cluster;
+pub mod component;
 pub mod control_plane;
 pub mod pki;
 pub mod port;

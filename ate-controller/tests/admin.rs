@@ -1,0 +1,10 @@
+//! ate-controller as a process: its admin endpoint and its shutdown.
+
+#[tokio::test]
+async fn serves_healthz_and_metrics_and_exits_cleanly_on_sigterm() {
+    e2e::component::check_admin_lifecycle(
+        env!("CARGO_BIN_EXE_ate-controller").as_ref(),
+        "ate-controller",
+    )
+    .await;
+}
