@@ -5,6 +5,7 @@
 pub mod cluster;
 pub mod component;
 pub mod control_plane;
+pub mod http;
 pub mod pki;
 pub mod port;
 pub mod process;
@@ -14,3 +15,5 @@ pub mod s3;
 pub mod tools;
 
 pub use cluster::{ClusterError, LocalCluster};
+pub mod image;
+pub mod link;
