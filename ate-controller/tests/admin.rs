@@ -2,9 +2,6 @@
 
 #[tokio::test]
 async fn serves_healthz_and_metrics_and_exits_cleanly_on_sigterm() {
-    e2e::component::check_admin_lifecycle(
-        env!("CARGO_BIN_EXE_ate-controller").as_ref(),
-        "ate-controller",
-    )
-    .await;
+    let exe = env!("CARGO_BIN_EXE_ate-controller");
+    e2e::component::check_admin_lifecycle(exe.as_ref(), "ate-controller", &[]).await;
 }

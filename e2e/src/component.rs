@@ -51,6 +51,16 @@ impl Component {
         panic!("{} did not answer {healthz} within 30 s", exe.display());
     }
 
+    /// The process's ID.
+    pub fn pid(&self) -> u32 {
+        self.child.id().unwrap_or(0)
+    }
+
+    /// Kills the process with SIGKILL, as a crash or an OOM kill would, and waits for it.
+    pub async fn kill(mut self) {
+        let _ = self.child.kill().await;
+    }
+
     /// Sends SIGTERM and waits up to `timeout` for the process to exit; returns whether it
     /// exited with status 0 in time.
     pub async fn terminate(mut self, timeout: Duration) -> bool {
@@ -66,9 +76,9 @@ impl Component {
 /// # Panics
 ///
 /// When any of that does not hold, with what was seen.
-pub async fn check_admin_lifecycle(exe: &Path, component: &str) {
-    let running = Component::start(exe, &[]).await;
-    let client = reqwest::Client::builder().no_proxy().build().unwrap();
+pub async fn check_admin_lifecycle(exe: &Path, component: &str, args: &[&str]) {
+    let running = Component::start(exe, args).await;
+    let client = crate::http::client().build().unwrap();
 
     let healthz = client.get(format!("{}/healthz", running.admin_url)).send().await.unwrap();
     assert_eq!(healthz.status(), 200);

@@ -60,11 +60,8 @@ where
 
 /// Probes `url` with a plain HTTP GET; ready when it answers with `expected` status.
 pub async fn http_status(url: &str, expected: u16) -> Result<(), String> {
-    let client = reqwest::Client::builder()
-        .timeout(Duration::from_secs(2))
-        .no_proxy()
-        .build()
-        .map_err(|e| e.to_string())?;
+    let client =
+        crate::http::client().timeout(Duration::from_secs(2)).build().map_err(|e| e.to_string())?;
     match client.get(url).send().await {
         Ok(response) if response.status().as_u16() == expected => Ok(()),
         Ok(response) => Err(format!("GET {url} answered {}", response.status())),

@@ -1,0 +1,311 @@
+//! Image pulls as long-running operations, against the real registry behind the link proxy.
+
+use std::{path::Path, time::Duration};
+
+use e2e::{
+    component::Component,
+    image::{self, ImageSpec, LayerCompression, LayerSpec, PushedImage},
+    link::{Link, LinkConfig},
+};
+use proto::atelet::{
+    GetOperationRequest, Operation, Phase, PullImageRequest, atelet_client::AteletClient, operation,
+};
+use tonic::transport::Channel;
+
+const MIB: u64 = 1024 * 1024;
+
+/// Pushes an image of padding layers of the given sizes to the shared cluster's registry.
+async fn push_image(name: &str, layers: &[u64], workdir: &Path) -> PushedImage {
+    let cluster = e2e::cluster::shared();
+    let spec = ImageSpec {
+        repository: format!("atelet-test/{name}-{}", std::process::id()),
+        tag: "latest".into(),
+        layers: layers
+            .iter()
+            .map(|&bytes| LayerSpec::Padding { bytes, compression: LayerCompression::Gzip })
+            .collect(),
+        seed: layers.iter().sum::<u64>() ^ u64::from(std::process::id()),
+    };
+    image::push(cluster.registry, &spec, workdir).await.expect("push a test image")
+}
+
+/// Starts `atelet serve` with its state in `state_dir`, trusting the link as an HTTP
+/// registry, and connects a client to it.
+async fn start_atelet(state_dir: &Path, link: &Link) -> (Component, AteletClient<Channel>) {
+    let grpc_port = e2e::port::free().unwrap();
+    let args = [
+        "serve".to_owned(),
+        format!("--state-dir={}", state_dir.display()),
+        format!("--grpc-addr=127.0.0.1:{grpc_port}"),
+        format!("--insecure-registry={}", link.addr()),
+        "--read-timeout-seconds=5".to_owned(),
+    ];
+    let args: Vec<&str> = args.iter().map(String::as_str).collect();
+    let atelet = Component::start(env!("CARGO_BIN_EXE_atelet").as_ref(), &args).await;
+    let client = AteletClient::connect(format!("http://127.0.0.1:{grpc_port}")).await.unwrap();
+    (atelet, client)
+}
+
+fn pull_request(key: &str, image: &PushedImage, link: &Link) -> PullImageRequest {
+    PullImageRequest {
+        idempotency_key: key.to_owned(),
+        image: image.reference_via(link.addr()),
+        unpack: false,
+    }
+}
+
+/// Polls the operation until it is done, at most `timeout`.
+async fn wait_done(client: &mut AteletClient<Channel>, name: &str, timeout: Duration) -> Operation {
+    let deadline = tokio::time::Instant::now() + timeout;
+    loop {
+        let request = GetOperationRequest { name: name.to_owned() };
+        let operation = client.get_operation(request).await.unwrap().into_inner();
+        if operation.done {
+            return operation;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "not done after {timeout:?}: {operation:?}"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+fn phase(operation: &Operation) -> Phase {
+    operation.metadata.as_ref().map(|m| m.phase()).unwrap_or_default()
+}
+
+fn error_reason(operation: &Operation) -> Option<&str> {
+    match &operation.result {
+        Some(operation::Result::Error(error)) => Some(error.reason.as_str()),
+        _ => None,
+    }
+}
+
+#[tokio::test]
+async fn a_pull_cut_by_connection_drops_completes_within_one_window_per_drop() {
+    let work = tempfile::tempdir().unwrap();
+    let image = push_image("drops", &[5 * MIB, 3 * MIB], work.path()).await;
+    let drop_every = MIB;
+    let link = Link::start(
+        e2e::cluster::shared().registry,
+        LinkConfig { drop_every_bytes: Some(drop_every), ..LinkConfig::default() },
+    )
+    .await
+    .unwrap();
+    let (_atelet, mut client) = start_atelet(&work.path().join("state"), &link).await;
+
+    let started =
+        client.pull_image(pull_request("drops", &image, &link)).await.unwrap().into_inner();
+    assert!(!started.done, "the start call must return before the work is done");
+    let finished = wait_done(&mut client, &started.name, Duration::from_secs(120)).await;
+
+    assert_eq!(phase(&finished), Phase::Succeeded, "{finished:?}");
+    let image_bytes = image.layer_bytes() + image.config.size;
+    let drops = link.bytes_served() / drop_every;
+    // One retry window per drop: bytes in flight when the connection was cut.
+    let window = 256 * 1024;
+    assert!(drops >= 7, "the link cut the transfer {drops} times; expected about 8");
+    assert!(
+        link.bytes_served() <= image_bytes + drops * window,
+        "served {} for an image of {image_bytes} with {drops} drops",
+        link.bytes_served()
+    );
+}
+
+#[tokio::test]
+async fn a_repeated_start_with_the_same_key_returns_the_same_operation() {
+    let work = tempfile::tempdir().unwrap();
+    let image = push_image("idempotent", &[2 * MIB], work.path()).await;
+    let link = Link::start(e2e::cluster::shared().registry, LinkConfig::default()).await.unwrap();
+    let (_atelet, mut client) = start_atelet(&work.path().join("state"), &link).await;
+
+    let first = client.pull_image(pull_request("same", &image, &link)).await.unwrap().into_inner();
+    let second = client.pull_image(pull_request("same", &image, &link)).await.unwrap().into_inner();
+    let other = client.pull_image(pull_request("other", &image, &link)).await.unwrap().into_inner();
+
+    assert_eq!(first.name, second.name);
+    assert_ne!(first.name, other.name);
+    wait_done(&mut client, &first.name, Duration::from_secs(60)).await;
+    wait_done(&mut client, &other.name, Duration::from_secs(60)).await;
+}
+
+#[tokio::test]
+async fn eight_concurrent_pulls_of_one_image_download_it_once() {
+    let work = tempfile::tempdir().unwrap();
+    let image = push_image("concurrent", &[3 * MIB, 2 * MIB, MIB], work.path()).await;
+    let link = Link::start(
+        e2e::cluster::shared().registry,
+        LinkConfig { mbps: Some(200.0), ..LinkConfig::default() },
+    )
+    .await
+    .unwrap();
+    let (_atelet, mut client) = start_atelet(&work.path().join("state"), &link).await;
+
+    let mut names = Vec::new();
+    for i in 0..8 {
+        let request = pull_request(&format!("concurrent-{i}"), &image, &link);
+        names.push(client.pull_image(request).await.unwrap().into_inner().name);
+    }
+    for name in &names {
+        let finished = wait_done(&mut client, name, Duration::from_secs(120)).await;
+        assert_eq!(phase(&finished), Phase::Succeeded, "{finished:?}");
+    }
+
+    let image_bytes = image.layer_bytes() + image.config.size;
+    assert!(
+        link.bytes_served() <= image_bytes + image_bytes / 20,
+        "8 pulls made the registry serve {} bytes for an image of {image_bytes}",
+        link.bytes_served()
+    );
+}
+
+#[tokio::test]
+async fn a_blob_that_does_not_match_its_digest_fails_the_pull_and_is_not_committed() {
+    let work = tempfile::tempdir().unwrap();
+    let image = push_image("corrupt", &[MIB], work.path()).await;
+    let link = Link::start(e2e::cluster::shared().registry, LinkConfig::default()).await.unwrap();
+    link.corrupt_blob(&image.layers[0].digest);
+    let state = work.path().join("state");
+    let (_atelet, mut client) = start_atelet(&state, &link).await;
+
+    let started =
+        client.pull_image(pull_request("corrupt", &image, &link)).await.unwrap().into_inner();
+    let finished = wait_done(&mut client, &started.name, Duration::from_secs(60)).await;
+
+    assert_eq!(phase(&finished), Phase::Failed, "{finished:?}");
+    assert_eq!(error_reason(&finished), Some("DigestMismatch"), "{finished:?}");
+    let hex = image.layers[0].digest.trim_start_matches("sha256:");
+    let committed = state.join("content/blobs/sha256").join(hex);
+    assert!(!committed.exists(), "a corrupt blob was committed at {}", committed.display());
+}
+
+#[tokio::test]
+async fn an_image_that_does_not_exist_fails_at_once_without_retries() {
+    let work = tempfile::tempdir().unwrap();
+    let link = Link::start(e2e::cluster::shared().registry, LinkConfig::default()).await.unwrap();
+    let (_atelet, mut client) = start_atelet(&work.path().join("state"), &link).await;
+    let missing = format!("{}/atelet-test/missing@sha256:{}", link.addr(), "0".repeat(64));
+
+    let request =
+        PullImageRequest { idempotency_key: "missing".into(), image: missing, unpack: false };
+    let started = client.pull_image(request).await.unwrap().into_inner();
+    let finished = wait_done(&mut client, &started.name, Duration::from_secs(30)).await;
+
+    assert_eq!(phase(&finished), Phase::Failed, "{finished:?}");
+    assert_eq!(error_reason(&finished), Some("ImageNotFound"), "{finished:?}");
+    assert!(link.requests() <= 4, "{} requests for a missing image", link.requests());
+}
+
+#[tokio::test]
+async fn an_unauthorized_pull_fails_with_that_reason_without_retries() {
+    let work = tempfile::tempdir().unwrap();
+    let image = push_image("denied", &[MIB], work.path()).await;
+    let link = Link::start(e2e::cluster::shared().registry, LinkConfig::default()).await.unwrap();
+    // The local registry runs without auth; the link answers as a registry that denies us.
+    link.fail_next(100, 401);
+    let (_atelet, mut client) = start_atelet(&work.path().join("state"), &link).await;
+
+    let started =
+        client.pull_image(pull_request("denied", &image, &link)).await.unwrap().into_inner();
+    let finished = wait_done(&mut client, &started.name, Duration::from_secs(30)).await;
+
+    assert_eq!(phase(&finished), Phase::Failed, "{finished:?}");
+    assert_eq!(error_reason(&finished), Some("Unauthorized"), "{finished:?}");
+    assert!(link.requests() <= 4, "{} requests for a denied image", link.requests());
+}
+
+#[tokio::test]
+async fn after_kill_9_at_half_the_same_operation_finishes_by_itself() {
+    let work = tempfile::tempdir().unwrap();
+    let image = push_image("killed", &[6 * MIB, 4 * MIB, 2 * MIB], work.path()).await;
+    let link = Link::start(
+        e2e::cluster::shared().registry,
+        LinkConfig { mbps: Some(40.0), ..LinkConfig::default() },
+    )
+    .await
+    .unwrap();
+    let state = work.path().join("state");
+    let (atelet, mut client) = start_atelet(&state, &link).await;
+    let image_bytes = image.layer_bytes() + image.config.size;
+
+    let started =
+        client.pull_image(pull_request("killed", &image, &link)).await.unwrap().into_inner();
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(60);
+    loop {
+        let operation = client
+            .get_operation(GetOperationRequest { name: started.name.clone() })
+            .await
+            .unwrap()
+            .into_inner();
+        let done = operation.metadata.as_ref().map_or(0, |m| m.bytes_done);
+        if done >= image_bytes / 2 {
+            break;
+        }
+        assert!(!operation.done, "finished before it could be killed: {operation:?}");
+        assert!(tokio::time::Instant::now() < deadline, "no progress to half: {operation:?}");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    atelet.kill().await;
+
+    let (_restarted, mut client) = start_atelet(&state, &link).await;
+    let finished = wait_done(&mut client, &started.name, Duration::from_secs(120)).await;
+
+    assert_eq!(phase(&finished), Phase::Succeeded, "{finished:?}");
+    // Each layer in flight at the kill may lose what was between the network and the disk.
+    let in_flight_allowance = 3 * 512 * 1024;
+    assert!(
+        link.bytes_served() <= image_bytes + in_flight_allowance,
+        "served {} for an image of {image_bytes} across a kill -9",
+        link.bytes_served()
+    );
+}
+
+#[tokio::test]
+async fn the_pull_command_pulls_and_unpacks_in_the_foreground() {
+    let work = tempfile::tempdir().unwrap();
+    let cluster = e2e::cluster::shared();
+    let spec = ImageSpec {
+        repository: format!("atelet-test/command-{}", std::process::id()),
+        tag: "latest".into(),
+        layers: vec![
+            LayerSpec::Files {
+                files: vec![("etc/greeting".into(), b"hello from a layer\n".to_vec(), 0o640)],
+                compression: LayerCompression::Gzip,
+            },
+            LayerSpec::Padding { bytes: MIB, compression: LayerCompression::None },
+        ],
+        seed: 7,
+    };
+    let image = image::push(cluster.registry, &spec, work.path()).await.unwrap();
+    let rootfs = work.path().join("rootfs");
+    let atelet = env!("CARGO_BIN_EXE_atelet");
+    let registry = cluster.registry.to_string();
+
+    let output = tokio::process::Command::new(atelet)
+        .args(["pull", &image.reference, "--insecure-registry", &registry])
+        .arg(format!("--state-dir={}", work.path().join("state").display()))
+        .arg(format!("--rootfs={}", rootfs.display()))
+        .output()
+        .await
+        .unwrap();
+
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(output.status.success(), "atelet pull failed: {stderr}");
+    let greeting = std::fs::read_to_string(rootfs.join("etc/greeting")).unwrap();
+    assert_eq!(greeting, "hello from a layer\n");
+    use std::os::unix::fs::PermissionsExt;
+    let mode = std::fs::metadata(rootfs.join("etc/greeting")).unwrap().permissions().mode();
+    assert_eq!(mode & 0o777, 0o640);
+
+    let missing = format!("{registry}/atelet-test/missing@sha256:{}", "0".repeat(64));
+    let output = tokio::process::Command::new(atelet)
+        .args(["pull", &missing, "--insecure-registry", &registry])
+        .arg(format!("--state-dir={}", work.path().join("state").display()))
+        .output()
+        .await
+        .unwrap();
+    assert!(!output.status.success());
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(stderr.contains("was not found"), "{stderr}");
+}
