@@ -446,3 +446,49 @@ impl Registry {
         Ok(response)
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn credentials_come_from_auth_or_from_username_and_password() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("config.json");
+        let auth = base64::engine::general_purpose::STANDARD.encode("robot:s3cret");
+        let json = format!(
+            r#"{{"auths": {{"https://ghcr.io/": {{"auth": "{auth}"}},
+                "registry.local:5000": {{"username": "u", "password": "p"}}}}}}"#
+        );
+        std::fs::write(&path, json).unwrap();
+        let mut config = RegistryConfig::default();
+
+        config.load_credentials(&path).unwrap();
+
+        assert_eq!(config.credentials["ghcr.io"], ("robot".to_owned(), "s3cret".to_owned()));
+        assert_eq!(config.credentials["registry.local:5000"], ("u".to_owned(), "p".to_owned()));
+    }
+
+    #[test]
+    fn a_broken_credentials_file_is_refused_without_quoting_it() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("config.json");
+        std::fs::write(&path, r#"{"auths": {"ghcr.io": {"auth": "not base64 s3cret!"}}}"#).unwrap();
+
+        let error = RegistryConfig::default().load_credentials(&path).unwrap_err();
+
+        assert!(error.to_string().contains("ghcr.io"), "{error}");
+        assert!(!error.to_string().contains("s3cret"), "{error}");
+    }
+
+    #[test]
+    fn only_digest_pinned_references_are_accepted() {
+        let digest = format!("sha256:{}", "a".repeat(64));
+        assert!(Registry::parse(&format!("registry.local:5000/app@{digest}")).is_ok());
+
+        for reference in ["registry.local:5000/app:latest", "registry.local:5000/app@sha256:abc"] {
+            let error = Registry::parse(reference).unwrap_err();
+            assert_eq!(error.reason(), "InvalidImageReference", "{reference}: {error}");
+        }
+    }
+}

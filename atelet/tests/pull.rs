@@ -309,3 +309,114 @@ async fn the_pull_command_pulls_and_unpacks_in_the_foreground() {
     let stderr = String::from_utf8_lossy(&output.stderr);
     assert!(stderr.contains("was not found"), "{stderr}");
 }
+
+#[tokio::test]
+async fn a_cancelled_pull_keeps_its_bytes_and_a_restart_through_a_range_ignoring_link_fetches_the_prefix_once()
+ {
+    let work = tempfile::tempdir().unwrap();
+    let image = push_image("cancelled", &[8 * MIB], work.path()).await;
+    let link = Link::start(
+        e2e::cluster::shared().registry,
+        LinkConfig { mbps: Some(40.0), ..LinkConfig::default() },
+    )
+    .await
+    .unwrap();
+    let (_atelet, mut client) = start_atelet(&work.path().join("state"), &link).await;
+    let image_bytes = image.layer_bytes() + image.config.size;
+
+    let started =
+        client.pull_image(pull_request("cancel", &image, &link)).await.unwrap().into_inner();
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(60);
+    loop {
+        let request = GetOperationRequest { name: started.name.clone() };
+        let operation = client.get_operation(request).await.unwrap().into_inner();
+        if operation.metadata.as_ref().map_or(0, |m| m.bytes_done) >= image_bytes / 2 {
+            break;
+        }
+        assert!(tokio::time::Instant::now() < deadline && !operation.done, "{operation:?}");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let request = proto::atelet::CancelOperationRequest { name: started.name.clone() };
+    let cancelled = client.cancel_operation(request).await.unwrap().into_inner();
+    assert_eq!(phase(&cancelled), Phase::Cancelled, "{cancelled:?}");
+    let served_at_cancel = link.bytes_served();
+
+    // The registry now ignores Range: the prefix comes again, once, and is skipped.
+    link.set_ignore_range(true);
+    link.set_rate_mbps(None);
+    let again =
+        client.pull_image(pull_request("cancel", &image, &link)).await.unwrap().into_inner();
+    assert_eq!(again.name, started.name, "a retry of the same key is the same operation");
+    let finished = wait_done(&mut client, &again.name, Duration::from_secs(60)).await;
+
+    assert_eq!(phase(&finished), Phase::Succeeded, "{finished:?}");
+    assert!(link.range_requests() >= 1, "the restart did not ask for the missing bytes only");
+    assert!(
+        link.bytes_served() <= served_at_cancel + image_bytes + 512 * 1024,
+        "served {} in all; {served_at_cancel} before the cancel, image {image_bytes}",
+        link.bytes_served()
+    );
+}
+
+#[tokio::test]
+async fn server_errors_are_retried_and_the_pull_completes() {
+    let work = tempfile::tempdir().unwrap();
+    let image = push_image("flaky", &[MIB], work.path()).await;
+    let link = Link::start(e2e::cluster::shared().registry, LinkConfig::default()).await.unwrap();
+    link.fail_next(3, 503);
+    let (_atelet, mut client) = start_atelet(&work.path().join("state"), &link).await;
+
+    let started =
+        client.pull_image(pull_request("flaky", &image, &link)).await.unwrap().into_inner();
+    let finished = wait_done(&mut client, &started.name, Duration::from_secs(60)).await;
+
+    assert_eq!(phase(&finished), Phase::Succeeded, "{finished:?}");
+    assert!(link.requests() >= 3 + 3, "the injected failures were not all met");
+}
+
+#[tokio::test]
+async fn an_index_resolves_to_the_linux_amd64_manifest_or_fails_without_one() {
+    let work = tempfile::tempdir().unwrap();
+    let registry = e2e::cluster::shared().registry;
+    let amd64 = push_image("index", &[MIB], work.path()).await;
+    let arm64 = push_image("index", &[MIB / 2], work.path()).await;
+    let repository = amd64.repository.clone();
+    let both = image::push_index(
+        registry,
+        &repository,
+        "both",
+        &[(arm64.clone(), "linux", "arm64"), (amd64.clone(), "linux", "amd64")],
+    )
+    .await
+    .unwrap();
+    let arm_only =
+        image::push_index(registry, &repository, "arm", &[(arm64.clone(), "linux", "arm64")])
+            .await
+            .unwrap();
+    let link = Link::start(registry, LinkConfig::default()).await.unwrap();
+    let (_atelet, mut client) = start_atelet(&work.path().join("state"), &link).await;
+    let via_link = |digest: &str| format!("{}/{repository}@{digest}", link.addr());
+
+    let request =
+        PullImageRequest { idempotency_key: "both".into(), image: via_link(&both), unpack: false };
+    let started = client.pull_image(request).await.unwrap().into_inner();
+    let finished = wait_done(&mut client, &started.name, Duration::from_secs(60)).await;
+    assert_eq!(phase(&finished), Phase::Succeeded, "{finished:?}");
+    let Some(operation::Result::Response(response)) = &finished.result else {
+        panic!("{finished:?}")
+    };
+    let Some(proto::atelet::operation_response::Response::ImagePulled(pulled)) = &response.response
+    else {
+        panic!("{finished:?}")
+    };
+    assert_eq!(pulled.manifest_digest, amd64.manifest_digest);
+
+    let request = PullImageRequest {
+        idempotency_key: "arm".into(),
+        image: via_link(&arm_only),
+        unpack: false,
+    };
+    let started = client.pull_image(request).await.unwrap().into_inner();
+    let finished = wait_done(&mut client, &started.name, Duration::from_secs(60)).await;
+    assert_eq!(error_reason(&finished), Some("NoMatchingPlatform"), "{finished:?}");
+}
