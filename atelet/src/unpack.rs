@@ -10,7 +10,7 @@
 //! `tokio::task::spawn_blocking`.
 
 use std::collections::HashSet;
-use std::ffi::{CString, OsStr, OsString};
+use std::ffi::{OsStr, OsString};
 use std::fs::{self, DirBuilder, File, FileTimes, Metadata, OpenOptions, Permissions};
 use std::io::{self, ErrorKind, Read, Write};
 use std::os::unix::ffi::OsStrExt;
@@ -1052,57 +1052,37 @@ fn set_xattrs(name: &str, path: &Path, xattrs: &[(OsString, Vec<u8>)]) {
     }
 }
 
-/// Converts a path to the NUL-terminated form system calls take.
-fn c_path(path: &Path) -> io::Result<CString> {
-    Ok(CString::new(path.as_os_str().as_bytes())?)
-}
-
 /// Whether the process runs with effective user id 0, and so may set ownership.
-#[allow(unsafe_code)]
 fn running_as_root() -> bool {
-    // SAFETY: geteuid takes no arguments, touches no memory of ours and cannot fail.
-    unsafe { libc::geteuid() == 0 }
+    nix::unistd::geteuid().is_root()
 }
 
 /// Creates a device node or fifo; `mode` holds the `S_IF*` type and permission bits.
-#[allow(unsafe_code)]
 fn make_node(path: &Path, mode: libc::mode_t, major: u32, minor: u32) -> io::Result<()> {
-    let path = c_path(path)?;
-    // SAFETY: `path` is a NUL-terminated string that lives until the call returns; mknod
-    // reads nothing else of ours.
-    let result = unsafe { libc::mknod(path.as_ptr(), mode, libc::makedev(major, minor)) };
-    if result == 0 { Ok(()) } else { Err(io::Error::last_os_error()) }
+    use nix::sys::stat::{Mode, SFlag, makedev, mknod};
+
+    let kind = SFlag::from_bits_truncate(mode & libc::S_IFMT);
+    let permissions = Mode::from_bits_truncate(mode & 0o7777);
+    mknod(path, kind, permissions, makedev(major.into(), minor.into())).map_err(io::Error::from)
 }
 
 /// Sets the access and modification times of `path` to `mtime`, on a symlink itself rather
 /// than its target (std has no stable way to do this).
-#[allow(unsafe_code)]
 fn set_mtime_nofollow(path: &Path, mtime: SystemTime) -> io::Result<()> {
-    let since_epoch = mtime.duration_since(SystemTime::UNIX_EPOCH).unwrap_or_default();
-    let seconds = libc::time_t::try_from(since_epoch.as_secs())
-        .map_err(|_| io::Error::new(ErrorKind::InvalidInput, "mtime out of range"))?;
-    let time = libc::timespec { tv_sec: seconds, tv_nsec: since_epoch.subsec_nanos().into() };
-    let times = [time, time];
-    let path = c_path(path)?;
-    // SAFETY: `path` is a NUL-terminated string and `times` an array of the two timespecs
-    // utimensat reads; both live until the call returns.
-    let result = unsafe {
-        libc::utimensat(libc::AT_FDCWD, path.as_ptr(), times.as_ptr(), libc::AT_SYMLINK_NOFOLLOW)
+    use nix::sys::{
+        stat::{UtimensatFlags, utimensat},
+        time::TimeSpec,
     };
-    if result == 0 { Ok(()) } else { Err(io::Error::last_os_error()) }
+
+    let since_epoch = mtime.duration_since(SystemTime::UNIX_EPOCH).unwrap_or_default();
+    let time = TimeSpec::from_duration(since_epoch);
+    utimensat(nix::fcntl::AT_FDCWD, path, &time, &time, UtimensatFlags::NoFollowSymlink)
+        .map_err(io::Error::from)
 }
 
 /// Sets one extended attribute on `path` without following a symlink there.
-#[allow(unsafe_code)]
 fn set_xattr_nofollow(path: &Path, key: &OsStr, value: &[u8]) -> io::Result<()> {
-    let path = c_path(path)?;
-    let key = CString::new(key.as_bytes())?;
-    // SAFETY: `path` and `key` are NUL-terminated strings and `value` a slice whose exact
-    // length is passed with it; all live until the call returns, and lsetxattr only reads them.
-    let result = unsafe {
-        libc::lsetxattr(path.as_ptr(), key.as_ptr(), value.as_ptr().cast(), value.len(), 0)
-    };
-    if result == 0 { Ok(()) } else { Err(io::Error::last_os_error()) }
+    xattr::set(path, key, value)
 }
 
 #[cfg(test)]
