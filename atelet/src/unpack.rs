@@ -355,6 +355,20 @@ enum BadPath {
 }
 
 impl LayerUnpack {
+    /// Gives `full` the entry's owner when running as root, without following a symlink.
+    fn set_owner_nofollow(
+        &self,
+        name: &str,
+        full: &Path,
+        attributes: &Attributes,
+    ) -> Result<(), UnpackError> {
+        if !self.privileged {
+            return Ok(());
+        }
+        let owned = std::os::unix::fs::lchown(full, Some(attributes.uid), Some(attributes.gid));
+        tolerate_ownership_failure(name, full, owned)
+    }
+
     fn new(root: PathBuf) -> Self {
         LayerUnpack {
             root,
@@ -629,11 +643,7 @@ impl LayerUnpack {
             }
         }
 
-        if self.privileged {
-            let owned =
-                std::os::unix::fs::lchown(&full, Some(attributes.uid), Some(attributes.gid));
-            tolerate_ownership_failure(name, &full, owned)?;
-        }
+        self.set_owner_nofollow(name, &full, &attributes)?;
         set_xattrs(name, &full, &attributes.xattrs);
 
         self.directories.push(DirectoryMetadata {
@@ -709,11 +719,7 @@ impl LayerUnpack {
         std::os::unix::fs::symlink(OsStr::from_bytes(&target), &full)
             .map_err(|source| UnpackError::Write { path: full.clone(), source })?;
 
-        if self.privileged {
-            let owned =
-                std::os::unix::fs::lchown(&full, Some(attributes.uid), Some(attributes.gid));
-            tolerate_ownership_failure(name, &full, owned)?;
-        }
+        self.set_owner_nofollow(name, &full, &attributes)?;
         set_xattrs(name, &full, &attributes.xattrs);
         set_mtime_nofollow(&full, attributes.mtime)
             .map_err(|source| UnpackError::Write { path: full, source })
@@ -810,11 +816,7 @@ impl LayerUnpack {
             Err(source) => return Err(UnpackError::Write { path: full, source }),
         }
 
-        if self.privileged {
-            let owned =
-                std::os::unix::fs::lchown(&full, Some(attributes.uid), Some(attributes.gid));
-            tolerate_ownership_failure(name, &full, owned)?;
-        }
+        self.set_owner_nofollow(name, &full, &attributes)?;
         // The node was just created at this path, so this does not follow a symlink.
         fs::set_permissions(&full, Permissions::from_mode(attributes.mode))
             .map_err(|source| UnpackError::Write { path: full.clone(), source })?;

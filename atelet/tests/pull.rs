@@ -71,6 +71,21 @@ async fn wait_done(client: &mut AteletClient<Channel>, name: &str, timeout: Dura
     }
 }
 
+/// Polls the operation until at least `bytes` are on disk, failing if it finishes first.
+async fn wait_for_bytes(client: &mut AteletClient<Channel>, name: &str, bytes: u64) {
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(60);
+    loop {
+        let request = GetOperationRequest { name: name.to_owned() };
+        let operation = client.get_operation(request).await.unwrap().into_inner();
+        if operation.metadata.as_ref().map_or(0, |m| m.bytes_done) >= bytes {
+            return;
+        }
+        assert!(!operation.done, "finished before {bytes} bytes were seen: {operation:?}");
+        assert!(tokio::time::Instant::now() < deadline, "no progress to {bytes}: {operation:?}");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
 fn phase(operation: &Operation) -> Phase {
     operation.metadata.as_ref().map(|m| m.phase()).unwrap_or_default()
 }
@@ -231,21 +246,7 @@ async fn after_kill_9_at_half_the_same_operation_finishes_by_itself() {
 
     let started =
         client.pull_image(pull_request("killed", &image, &link)).await.unwrap().into_inner();
-    let deadline = tokio::time::Instant::now() + Duration::from_secs(60);
-    loop {
-        let operation = client
-            .get_operation(GetOperationRequest { name: started.name.clone() })
-            .await
-            .unwrap()
-            .into_inner();
-        let done = operation.metadata.as_ref().map_or(0, |m| m.bytes_done);
-        if done >= image_bytes / 2 {
-            break;
-        }
-        assert!(!operation.done, "finished before it could be killed: {operation:?}");
-        assert!(tokio::time::Instant::now() < deadline, "no progress to half: {operation:?}");
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
+    wait_for_bytes(&mut client, &started.name, image_bytes / 2).await;
     atelet.kill().await;
 
     let (_restarted, mut client) = start_atelet(&state, &link).await;
@@ -326,16 +327,7 @@ async fn a_cancelled_pull_keeps_its_bytes_and_a_restart_through_a_range_ignoring
 
     let started =
         client.pull_image(pull_request("cancel", &image, &link)).await.unwrap().into_inner();
-    let deadline = tokio::time::Instant::now() + Duration::from_secs(60);
-    loop {
-        let request = GetOperationRequest { name: started.name.clone() };
-        let operation = client.get_operation(request).await.unwrap().into_inner();
-        if operation.metadata.as_ref().map_or(0, |m| m.bytes_done) >= image_bytes / 2 {
-            break;
-        }
-        assert!(tokio::time::Instant::now() < deadline && !operation.done, "{operation:?}");
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
+    wait_for_bytes(&mut client, &started.name, image_bytes / 2).await;
     let request = proto::atelet::CancelOperationRequest { name: started.name.clone() };
     let cancelled = client.cancel_operation(request).await.unwrap().into_inner();
     assert_eq!(phase(&cancelled), Phase::Cancelled, "{cancelled:?}");
