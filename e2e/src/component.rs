@@ -27,10 +27,20 @@ impl Component {
     ///
     /// When it cannot start or does not become healthy: a test cannot go on without it.
     pub async fn start(exe: &Path, args: &[&str]) -> Component {
+        Component::start_with_env(exe, args, &[]).await
+    }
+
+    /// As [`Component::start`], with extra environment variables, e.g. `KUBECONFIG`.
+    ///
+    /// # Panics
+    ///
+    /// As [`Component::start`].
+    pub async fn start_with_env(exe: &Path, args: &[&str], env: &[(&str, &Path)]) -> Component {
         let admin_port = port::free().expect("a free port");
         let admin_url = format!("http://127.0.0.1:{admin_port}");
         let child = Command::new(exe)
             .args(args)
+            .envs(env.iter().copied())
             .arg(format!("--admin-addr=127.0.0.1:{admin_port}"))
             .stdin(Stdio::null())
             .kill_on_drop(true)
@@ -70,14 +80,38 @@ impl Component {
     }
 }
 
+/// The path of another binary of this workspace, built beside the running test or benchmark
+/// (`target/<profile>/<name>`).
+///
+/// `cargo test --workspace` builds every binary before running any test; a test run for one
+/// package alone may not have built it.
+///
+/// # Panics
+///
+/// When the binary is not there, saying how to build it.
+pub fn workspace_binary(name: &str) -> std::path::PathBuf {
+    let exe = std::env::current_exe().expect("the running executable's path");
+    // Tests run from target/<profile>/deps, binaries from target/<profile>.
+    let profile_dir = exe
+        .ancestors()
+        .find(|dir| dir.join(name).is_file())
+        .unwrap_or_else(|| panic!("{name} is not built beside {}; run `cargo build -p {name}` or `cargo test --workspace`", exe.display()));
+    profile_dir.join(name)
+}
+
 /// Checks what every substrate-rs binary promises: it answers `/healthz` with `ok`, renders
 /// `/metrics` as Prometheus text naming the component, and exits 0 within 10 s of SIGTERM.
 ///
 /// # Panics
 ///
 /// When any of that does not hold, with what was seen.
-pub async fn check_admin_lifecycle(exe: &Path, component: &str, args: &[&str]) {
-    let running = Component::start(exe, args).await;
+pub async fn check_admin_lifecycle(
+    exe: &Path,
+    component: &str,
+    args: &[&str],
+    env: &[(&str, &Path)],
+) {
+    let running = Component::start_with_env(exe, args, env).await;
     let client = crate::http::client().build().unwrap();
 
     let healthz = client.get(format!("{}/healthz", running.admin_url)).send().await.unwrap();

@@ -53,8 +53,12 @@ use tokio_util::task::AbortOnDropHandle;
 /// grain and parallel connections take turns.
 const CHUNK: usize = 64 * 1024;
 
-/// How many bytes an idle link may send at once before the rate applies.
-const BURST: f64 = CHUNK as f64;
+/// How many bytes an idle link may send at once before the rate applies: one chunk, or 5 ms
+/// of the rate when that is more, so that timer granularity (a sleep lasts at least ~1 ms)
+/// does not hold a fast link below its rate.
+fn burst(bytes_per_second: Option<f64>) -> f64 {
+    (bytes_per_second.unwrap_or(0.0) * 0.005).max(CHUNK as f64)
+}
 
 /// The longest a chunk sleeps before looking at the bucket again.
 const MAX_WAIT: Duration = Duration::from_secs(1);
@@ -641,7 +645,7 @@ impl Throttle {
 struct Bucket {
     /// `None` for no limit.
     bytes_per_second: Option<f64>,
-    /// Bytes the rate has allowed since the start; at most [`BURST`] ahead of `reserved`.
+    /// Bytes the rate has allowed since the start; at most a [`burst`] ahead of `reserved`.
     allowed: f64,
     /// Bytes of chunks that went or wait, since the start.
     reserved: f64,
@@ -651,7 +655,7 @@ struct Bucket {
 
 impl Bucket {
     fn new(bytes_per_second: Option<f64>, now: Instant) -> Bucket {
-        Bucket { bytes_per_second, allowed: BURST, reserved: 0.0, updated: now }
+        Bucket { bytes_per_second, allowed: burst(bytes_per_second), reserved: 0.0, updated: now }
     }
 
     /// Queues `bytes` behind every chunk already queued, and returns the position in the
@@ -690,7 +694,7 @@ impl Bucket {
     fn refill(&mut self, now: Instant) {
         let elapsed = now.saturating_duration_since(self.updated).as_secs_f64();
         self.updated = now;
-        let ceiling = self.reserved + BURST;
+        let ceiling = self.reserved + burst(self.bytes_per_second);
         self.allowed = match self.bytes_per_second {
             Some(rate) if rate > 0.0 => (self.allowed + rate * elapsed).min(ceiling),
             Some(_) => self.allowed,
