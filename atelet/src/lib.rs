@@ -2,6 +2,7 @@
 //! the long-running operations that drive them.
 
 pub mod digest;
+pub mod lease;
 pub mod operations;
 pub mod pull;
 pub mod registry;

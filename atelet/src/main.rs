@@ -11,6 +11,7 @@ use std::{
 };
 
 use atelet::{
+    lease::{self, Announcement},
     operations::Operations,
     pull::{PullProgress, Puller},
     registry::{Registry, RegistryConfig},
@@ -65,9 +66,19 @@ struct ServeArgs {
     /// Address of the gRPC operations API.
     #[arg(long, env = "ATELET_GRPC_ADDR", default_value = "127.0.0.1:7070")]
     grpc_addr: SocketAddr,
-    /// The name this node reports in operations.
+    /// The name this node reports in operations and its Lease.
     #[arg(long, env = "NODE_NAME", default_value = "local")]
     node_name: String,
+    /// Announce this atelet with a Lease in this namespace (the control plane's); without it,
+    /// no Lease is kept and controllers cannot find this node.
+    #[arg(long, env = "ATELET_LEASE_NAMESPACE")]
+    lease_namespace: Option<String>,
+    /// The gRPC endpoint (host:port) written in the Lease; defaults to the bound --grpc-addr.
+    #[arg(long, env = "ATELET_ADVERTISE_ENDPOINT")]
+    advertise_endpoint: Option<String>,
+    /// Node labels written in the Lease, for WorkerPool selectors: k=v,k2=v2.
+    #[arg(long, env = "ATELET_NODE_LABELS", value_delimiter = ',', value_parser = parse_label)]
+    node_labels: Vec<(String, String)>,
     #[command(flatten)]
     admin: proto::admin::AdminArgs,
 }
@@ -129,7 +140,8 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
     let listener = tokio::net::TcpListener::bind(args.grpc_addr)
         .await
         .map_err(|e| anyhow::anyhow!("binding --grpc-addr {}: {e}", args.grpc_addr))?;
-    tracing::info!(addr = %listener.local_addr()?, node = %args.node_name, "serving the operations API");
+    let grpc_addr = listener.local_addr()?;
+    tracing::info!(addr = %grpc_addr, node = %args.node_name, "serving the operations API");
     let grpc = tonic::transport::Server::builder()
         .add_service(proto::atelet::atelet_server::AteletServer::new(Service::new(operations)))
         .serve_with_incoming_shutdown(
@@ -147,11 +159,32 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
         shutdown.clone().cancelled_owned(),
     );
 
+    let announce = async {
+        let Some(namespace) = args.lease_namespace.clone() else { return Ok(()) };
+        let announcement = Announcement {
+            namespace,
+            node: args.node_name.clone(),
+            endpoint: args.advertise_endpoint.clone().unwrap_or_else(|| grpc_addr.to_string()),
+            labels: args.node_labels.iter().cloned().collect(),
+            duration: Duration::from_secs(15),
+        };
+        let client = match kube::Client::try_default().await {
+            Ok(client) => client,
+            Err(error) => {
+                // Without a Lease no controller finds this node: stop rather than idle.
+                shutdown.cancel();
+                return Err(anyhow::anyhow!("connecting to the API server for the Lease: {error}"));
+            }
+        };
+        lease::keep(client, announcement, shutdown.clone()).await;
+        Ok(())
+    };
     let signal = async {
         proto::shutdown::signal().await;
         shutdown.cancel();
     };
-    let (grpc, admin, ()) = tokio::join!(grpc, admin, signal);
+    let (grpc, admin, announced, ()) = tokio::join!(grpc, admin, announce, signal);
+    announced?;
     grpc?;
     admin?;
     tracing::info!("stopped");
@@ -200,6 +233,14 @@ async fn unpack_into(
     rootfs::unpack_image(store, image, target).await?;
     eprintln!("unpacked into {}", target.display());
     Ok(())
+}
+
+/// Parses one `key=value` node label.
+fn parse_label(label: &str) -> Result<(String, String), String> {
+    label
+        .split_once('=')
+        .map(|(key, value)| (key.to_owned(), value.to_owned()))
+        .ok_or_else(|| format!("{label:?} is not key=value"))
 }
 
 /// Draws bytes, rate and ETA on a terminal; logs a line every few seconds elsewhere.

@@ -15,6 +15,7 @@ pub mod admin;
 pub mod agent_harness;
 pub mod conditions;
 pub mod crds;
+pub mod lease;
 pub mod logging;
 pub mod model_config;
 pub mod progress;
