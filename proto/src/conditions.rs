@@ -69,6 +69,14 @@ pub mod reasons {
     pub const SECRET_NOT_FOUND: &str = "SecretNotFound";
     /// A step failed in a way retrying cannot fix; the message says what to change.
     pub const FAILED: &str = "Failed";
+    /// Everything the object needs is Ready; for a harness, its gateway serves.
+    pub const READY: &str = "Ready";
+    /// The image is pulled and unpacked on a node; golden snapshots are not built yet.
+    pub const ROOTFS_PREPARED: &str = "RootfsPrepared";
+    /// This control plane cannot build golden snapshots yet.
+    pub const SNAPSHOTS_NOT_AVAILABLE: &str = "SnapshotsNotAvailable";
+    /// The node running the operation stopped renewing its Lease.
+    pub const NODE_LOST: &str = "NodeLost";
 }
 
 /// A condition's status.

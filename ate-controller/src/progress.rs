@@ -1,0 +1,121 @@
+//! Turning a node operation's metadata into the progress people read in status.
+
+use proto::{
+    atelet::{OperationMetadata, Phase},
+    progress::Progress,
+};
+
+/// The step a phase stands for, as a person would name it.
+pub fn step(phase: Phase) -> &'static str {
+    match phase {
+        Phase::Unspecified | Phase::Queued => "Queued",
+        Phase::Resolving => "Resolving",
+        Phase::Pulling => "Pulling",
+        Phase::Unpacking => "Unpacking",
+        Phase::Booting => "Booting",
+        Phase::Checkpointing => "Checkpointing",
+        Phase::Uploading => "Uploading",
+        Phase::Downloading => "Downloading",
+        Phase::Restoring => "Restoring",
+        Phase::Succeeded => "Succeeded",
+        Phase::Failed => "Failed",
+        Phase::Cancelled => "Cancelled",
+    }
+}
+
+/// Whole percent done, when the total is known.
+pub fn percent(metadata: &OperationMetadata) -> Option<u64> {
+    (metadata.bytes_total > 0)
+        .then(|| (metadata.bytes_done.min(metadata.bytes_total) * 100) / metadata.bytes_total)
+}
+
+/// The progress of an operation, with a one-line summary such as
+/// `Pulling image 45% (160/360 MB, 6.3 MB/s, ETA 32s)`.
+pub fn from_metadata(metadata: &OperationMetadata) -> Progress {
+    let step = step(metadata.phase());
+    let summary = match (metadata.phase(), percent(metadata)) {
+        (Phase::Pulling, Some(percent)) => {
+            format!("Pulling image {percent}% ({})", detail(metadata))
+        }
+        (Phase::Resolving, _) => "Resolving image".to_owned(),
+        (Phase::Unpacking, _) => "Unpacking image".to_owned(),
+        (_, Some(percent)) => format!("{step} {percent}% ({})", detail(metadata)),
+        (_, None) => step.to_owned(),
+    };
+    Progress {
+        phase: step.to_owned(),
+        bytes_done: metadata.bytes_done,
+        bytes_total: metadata.bytes_total,
+        bytes_per_second: metadata.bytes_per_second.max(0.0) as u64,
+        eta_seconds: metadata.eta_seconds,
+        summary,
+    }
+}
+
+/// `160/360 MB, 6.3 MB/s, ETA 32s`, leaving out what is not known yet.
+pub fn detail(metadata: &OperationMetadata) -> String {
+    let mut parts = vec![format!(
+        "{}/{} MB",
+        metadata.bytes_done / 1_000_000,
+        metadata.bytes_total.div_ceil(1_000_000)
+    )];
+    if metadata.bytes_per_second >= 1.0 {
+        parts.push(format!("{:.1} MB/s", metadata.bytes_per_second / 1_000_000.0));
+    }
+    if let Some(eta) = metadata.eta_seconds {
+        parts.push(format!("ETA {}", duration(eta)));
+    }
+    parts.join(", ")
+}
+
+/// `32s`, `4m05s`, `1h02m`.
+pub fn duration(seconds: u64) -> String {
+    match seconds {
+        0..60 => format!("{seconds}s"),
+        60..3600 => format!("{}m{:02}s", seconds / 60, seconds % 60),
+        _ => format!("{}h{:02}m", seconds / 3600, (seconds % 3600) / 60),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_pull_reads_as_percent_bytes_rate_and_eta() {
+        let metadata = OperationMetadata {
+            phase: Phase::Pulling as i32,
+            bytes_done: 160_400_000,
+            bytes_total: 360_000_000,
+            bytes_per_second: 6_300_000.0,
+            eta_seconds: Some(32),
+            ..Default::default()
+        };
+
+        let progress = from_metadata(&metadata);
+
+        assert_eq!(progress.summary, "Pulling image 44% (160/360 MB, 6.3 MB/s, ETA 32s)");
+        assert_eq!(progress.phase, "Pulling");
+        assert_eq!(progress.bytes_per_second, 6_300_000);
+    }
+
+    #[test]
+    fn unknown_rate_and_eta_are_left_out() {
+        let metadata = OperationMetadata {
+            phase: Phase::Pulling as i32,
+            bytes_done: 0,
+            bytes_total: 360_000_000,
+            ..Default::default()
+        };
+
+        assert_eq!(from_metadata(&metadata).summary, "Pulling image 0% (0/360 MB)");
+    }
+
+    #[test]
+    fn durations_read_in_the_largest_sensible_unit() {
+        let cases = [(0, "0s"), (59, "59s"), (245, "4m05s"), (3720, "1h02m")];
+        for (seconds, expected) in cases {
+            assert_eq!(duration(seconds), expected, "{seconds}");
+        }
+    }
+}
