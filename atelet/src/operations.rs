@@ -96,6 +96,7 @@ struct Inner {
     node: String,
     puller: Arc<Puller>,
     rootfs_dir: PathBuf,
+    unpacker: rootfs::Unpacker,
     entries: Mutex<HashMap<String, Arc<Entry>>>,
 }
 
@@ -122,6 +123,7 @@ impl Operations {
                 node: node.to_owned(),
                 puller,
                 rootfs_dir: state_dir.join("rootfs"),
+                unpacker: rootfs::Unpacker::default(),
                 entries: Mutex::default(),
             }),
         };
@@ -374,7 +376,7 @@ impl Operations {
             let _ = self.persist(entry).await;
             let target = self.inner.rootfs_dir.join(image.manifest_digest.hex());
             let store = self.inner.puller.store().clone();
-            let unpacking = rootfs::unpack_image(&store, &image, &target);
+            let unpacking = self.inner.unpacker.unpack(&store, &image, &target);
             rootfs_path = tokio::select! {
                 path = unpacking => path?.display().to_string(),
                 () = cancel.cancelled() => return Err(OperationFailure::Pull(PullError::Cancelled)),

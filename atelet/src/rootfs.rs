@@ -2,11 +2,14 @@
 //!
 //! A root filesystem is unpacked into `<target>.partial` and renamed to `<target>` only when
 //! every layer is in, so a crash mid-unpack leaves nothing that looks finished; the next
-//! attempt removes the partial directory and starts it again.
+//! attempt removes the partial directory and starts it again. An [`Unpacker`] makes sure
+//! that only one unpack of a root filesystem runs at a time.
 
 use std::{
+    collections::HashMap,
     io,
     path::{Path, PathBuf},
+    sync::{Arc, Mutex},
 };
 
 use crate::{
@@ -48,6 +51,46 @@ impl RootfsError {
             RootfsError::Layer { .. } => "UnpackFailed",
             RootfsError::Io { .. } => "UnpackFailed",
         }
+    }
+}
+
+/// Unpacks root filesystems one at a time per target: operations that need the same one (say,
+/// three templates of one image) wait for the first and then find it finished, instead of
+/// writing into the same partial directory together.
+#[derive(Debug, Default)]
+pub struct Unpacker {
+    targets: Mutex<HashMap<PathBuf, Arc<tokio::sync::Mutex<()>>>>,
+}
+
+impl Unpacker {
+    /// As [`unpack_image`], after any unpack of the same `target` has finished.
+    ///
+    /// The unpack runs as a task of its own: an operation cancelled while waiting for it
+    /// stops waiting, but the unpack finishes (or fails and cleans up) before anyone else
+    /// touches the target.
+    ///
+    /// # Errors
+    ///
+    /// As [`unpack_image`].
+    pub async fn unpack(
+        &self,
+        store: &Store,
+        image: &ResolvedImage,
+        target: &Path,
+    ) -> Result<PathBuf, RootfsError> {
+        let lock = {
+            let mut targets = self.targets.lock().unwrap_or_else(|e| e.into_inner());
+            Arc::clone(targets.entry(target.to_owned()).or_default())
+        };
+        let (store, image, owned_target) = (store.clone(), image.clone(), target.to_owned());
+        let task = tokio::spawn(async move {
+            let _only_one = lock.lock().await;
+            unpack_image(&store, &image, &owned_target).await
+        });
+        task.await.map_err(|e| RootfsError::Io {
+            target: target.to_owned(),
+            source: io::Error::other(format!("the unpack task ended: {e}")),
+        })?
     }
 }
 
