@@ -41,6 +41,9 @@ async fn main() -> anyhow::Result<()> {
         watch_namespace: args.watch_namespace,
     };
 
+    let metrics = ate_controller::Metrics::default();
+    let mut registry = Registry::default();
+    metrics.register(&mut registry);
     let shutdown = CancellationToken::new();
     let admin_listener = tokio::net::TcpListener::bind(args.admin.admin_addr)
         .await
@@ -48,10 +51,10 @@ async fn main() -> anyhow::Result<()> {
     let admin = proto::admin::serve(
         admin_listener,
         "ate-controller",
-        Registry::default(),
+        registry,
         shutdown.clone().cancelled_owned(),
     );
-    let controller = ate_controller::run(client, config, shutdown.clone());
+    let controller = ate_controller::run(client, config, metrics, shutdown.clone());
     let signal = async {
         proto::shutdown::signal().await;
         shutdown.cancel();

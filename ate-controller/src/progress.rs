@@ -1,7 +1,10 @@
 //! Turning a node operation's metadata into the progress people read in status.
 
+use std::time::{Duration, SystemTime};
+
 use proto::{
     atelet::{OperationMetadata, Phase},
+    conditions::reasons,
     progress::Progress,
 };
 
@@ -74,6 +77,65 @@ pub fn duration(seconds: u64) -> String {
         0..60 => format!("{seconds}s"),
         60..3600 => format!("{}m{:02}s", seconds / 60, seconds % 60),
         _ => format!("{}h{:02}m", seconds / 3600, (seconds % 3600) / 60),
+    }
+}
+
+/// The `Ready` reason and message of an operation still running, e.g. `PullingImage` and
+/// `Pulling ghcr.io/…@sha256:d52b…: 45% (160/360 MB, 6.3 MB/s, ETA 32s)`.
+pub fn condition_line(
+    metadata: &OperationMetadata,
+    short: &str,
+    node: &str,
+) -> (&'static str, String) {
+    match metadata.phase() {
+        Phase::Pulling => (
+            reasons::PULLING_IMAGE,
+            format!("Pulling {short}: {}% ({})", percent(metadata).unwrap_or(0), detail(metadata)),
+        ),
+        Phase::Unpacking => (reasons::UNPACKING_IMAGE, format!("Unpacking {short} on node {node}")),
+        Phase::Resolving => (reasons::RESOLVING_IMAGE, format!("Resolving {short} on node {node}")),
+        _ => (reasons::PENDING, format!("Queued on node {node}")),
+    }
+}
+
+/// The condition reason for an operation's failure reason: known ones keep their name.
+pub fn failure_reason(reason: &str) -> &'static str {
+    match reason {
+        "ImageNotFound" => reasons::IMAGE_NOT_FOUND,
+        "Unauthorized" => reasons::UNAUTHORIZED,
+        "NoMatchingPlatform" => reasons::NO_MATCHING_PLATFORM,
+        _ => reasons::FAILED,
+    }
+}
+
+/// Whether the operation's last progress is older than the window.
+pub fn stalled(metadata: &OperationMetadata, window: Duration) -> bool {
+    let Some(last) = metadata.last_progress_time else { return false };
+    let Ok(last) = SystemTime::try_from(last) else { return false };
+    SystemTime::now().duration_since(last).is_ok_and(|quiet| quiet > window)
+}
+
+/// What a stalled operation is stuck on, for the condition message.
+pub fn stuck_on(metadata: &OperationMetadata) -> String {
+    match percent(metadata) {
+        Some(percent) => format!(
+            "{} {} at {percent}%",
+            step(metadata.phase()).to_lowercase(),
+            short_reference(&metadata.subject)
+        ),
+        None => format!(
+            "{} {}",
+            step(metadata.phase()).to_lowercase(),
+            short_reference(&metadata.subject)
+        ),
+    }
+}
+
+/// `registry/repo@sha256:d52b…`: enough to recognise, short enough for a status line.
+pub fn short_reference(image: &str) -> String {
+    match image.split_once("@sha256:") {
+        Some((repository, hex)) if hex.len() > 4 => format!("{repository}@sha256:{}…", &hex[..4]),
+        _ => image.to_owned(),
     }
 }
 

@@ -62,7 +62,8 @@ impl World {
             watch_namespace: Some(self.namespace.clone()),
         };
         let client = self.cluster.client().await.unwrap();
-        tokio::spawn(ate_controller::run(client, config, self.controller.clone()));
+        let metrics = ate_controller::Metrics::default();
+        tokio::spawn(ate_controller::run(client, config, metrics, self.controller.clone()));
     }
 
     async fn create_pool(&self, selector: serde_json::Value) {

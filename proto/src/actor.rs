@@ -52,6 +52,9 @@ pub enum ActorPhase {
     Pending,
     /// A node is restoring it.
     Restoring,
+    /// Its template's root filesystem is prepared on `status.node`, and the actor stops
+    /// there: this control plane does not boot sandboxes yet. `Ready` says so.
+    Prepared,
     /// Serving at `status.endpoint`.
     Running,
     /// A node is checkpointing it.
