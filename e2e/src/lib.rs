@@ -12,6 +12,7 @@ pub mod process;
 pub mod readiness;
 pub mod registry;
 pub mod s3;
+pub mod story;
 pub mod tools;
 
 pub use cluster::{ClusterError, LocalCluster};

@@ -4,8 +4,15 @@
 //! `bench pull --image-mb N --mbps M`: pushes an image of N MB of incompressible layers to a
 //! local registry, measures the link limit (a plain download of the same bytes through the
 //! same link), then pulls the image through a fresh atelet and compares.
+//!
+//! `bench seed --image-mb N --mbps M`: the whole story on a local cluster started for the run.
+//! Pushes the same kind of image, measures the link limit the same way, then applies the
+//! design's AgentHarness (image overridden) with atelet, ate-controller and harness-operator
+//! running as processes, prints each condition change and progress line as it appears, and
+//! reports the time to Ready against the link limit.
 
 use std::{
+    collections::{BTreeMap, BTreeSet},
     path::{Path, PathBuf},
     process::Command,
     time::{Duration, Instant},
@@ -13,13 +20,19 @@ use std::{
 
 use clap::{Parser, Subcommand};
 use e2e::{
+    LocalCluster,
     component::Component,
     image::{self, ImageSpec, LayerCompression, LayerSpec, PushedImage},
     link::{Link, LinkConfig},
     process::Lifetime,
+    story::{Story, StoryConfig},
     tools::{Tools, cache_root},
 };
-use proto::atelet::{GetOperationRequest, Phase, PullImageRequest, atelet_client::AteletClient};
+use proto::{
+    AgentHarness,
+    atelet::{GetOperationRequest, Phase, PullImageRequest, atelet_client::AteletClient},
+    conditions,
+};
 use serde_json::json;
 
 /// substrate-rs benchmarks.
@@ -34,6 +47,18 @@ struct Args {
 enum Bench {
     /// Pull an image through a fresh atelet over a limited link.
     Pull(PullArgs),
+    /// The whole story on a local cluster: apply an AgentHarness and wait until it is Ready.
+    Seed(SeedArgs),
+}
+
+#[derive(Debug, clap::Args)]
+struct SeedArgs {
+    /// Size of the image's layers, in MB (10^6 bytes).
+    #[arg(long, default_value_t = 360)]
+    image_mb: u64,
+    /// The link's rate in Mbit/s.
+    #[arg(long, default_value_t = 51.0)]
+    mbps: f64,
 }
 
 #[derive(Debug, clap::Args)]
@@ -65,12 +90,13 @@ async fn main() -> anyhow::Result<()> {
     proto::logging::init_with_default(proto::logging::LogFormat::Text, "warn,bench=info");
     match Args::parse().command {
         Bench::Pull(args) => pull(args).await,
+        Bench::Seed(args) => seed(args).await,
     }
 }
 
 async fn pull(args: PullArgs) -> anyhow::Result<()> {
     let work = tempfile::Builder::new().prefix("bench-pull-").tempdir_in(bench_dir()?)?;
-    let atelet = build_atelet()?;
+    let atelet = build_binaries(&["atelet"])?.join("atelet");
     let tools = Tools::locate()?;
     let (registry, _registry_process) =
         e2e::registry::start(&tools, work.path(), Lifetime::WithThisProcess).await?;
@@ -160,6 +186,105 @@ async fn pull(args: PullArgs) -> anyhow::Result<()> {
     Ok(())
 }
 
+async fn seed(args: SeedArgs) -> anyhow::Result<()> {
+    let work = tempfile::Builder::new().prefix("bench-seed-").tempdir_in(bench_dir()?)?;
+    build_binaries(&["atelet", "ate-controller", "harness-operator"])?;
+    eprintln!("starting a local cluster");
+    let cluster =
+        LocalCluster::start(&work.path().join("cluster"), Lifetime::WithThisProcess).await?;
+
+    eprintln!("pushing a {} MB image", args.image_mb);
+    let image = push_padding_image(cluster.registry, args.image_mb * MB, work.path()).await?;
+    let image_bytes = image.layer_bytes() + image.config.size;
+
+    let link = LinkConfig { mbps: Some(args.mbps), ..LinkConfig::default() };
+    let story =
+        Story::start(&cluster, "seed", StoryConfig { link, ..StoryConfig::default() }).await;
+    eprintln!(
+        "measuring the link limit: a plain download of the same bytes at {} Mbit/s",
+        args.mbps
+    );
+    let link_limit_s = plain_download(&story.link, &image).await?;
+    let served_before = story.link.bytes_served();
+
+    eprintln!("applying the AgentHarness");
+    let started = Instant::now();
+    story.apply_harness("seed", &image.reference_via(story.link.addr())).await;
+    let mut timeline = Timeline::default();
+    let mut peak_rss = 0;
+    story
+        .watch_harness(
+            "seed",
+            Duration::from_secs(3600),
+            |harness| {
+                timeline.observe(started.elapsed(), harness);
+                peak_rss = peak_rss.max(story.atelet_pid().map_or(0, rss_bytes));
+            },
+            |harness| {
+                harness.status.as_ref().is_some_and(|s| {
+                    conditions::find(&s.conditions, conditions::types::READY)
+                        .is_some_and(|c| c.status == "True")
+                })
+            },
+        )
+        .await;
+    let time_to_ready_s = started.elapsed().as_secs_f64();
+    peak_rss = peak_rss.max(story.atelet_pid().map_or(0, rss_bytes));
+
+    let report = json!({
+        "bench": "seed",
+        "image_bytes": image_bytes,
+        "mbps": args.mbps,
+        "link_limit_s": round(link_limit_s),
+        "time_to_ready_s": round(time_to_ready_s),
+        "ratio": round(time_to_ready_s / link_limit_s),
+        "first_progress_s": timeline.first_progress.map(|at| round(at.as_secs_f64())),
+        "progress_updates": timeline.progress.len(),
+        "atelet_peak_rss_bytes": peak_rss,
+        "registry_bytes_served": story.link.bytes_served() - served_before,
+    });
+    println!("{report}");
+    Ok(())
+}
+
+/// What a person watching the harness saw: each condition change as it happened, when a
+/// progress percentage first appeared, and every distinct progress line.
+#[derive(Default)]
+struct Timeline {
+    conditions: BTreeMap<String, (String, String)>,
+    first_progress: Option<Duration>,
+    progress: BTreeSet<String>,
+}
+
+impl Timeline {
+    /// Records what is new in `harness`, printing condition changes with their time.
+    fn observe(&mut self, at: Duration, harness: &AgentHarness) {
+        let Some(status) = &harness.status else { return };
+        for condition in &status.conditions {
+            let now = (condition.status.clone(), condition.reason.clone());
+            if self.conditions.get(&condition.type_) != Some(&now) {
+                println!(
+                    "{:>8.1}s  {}={} {}: {}",
+                    at.as_secs_f64(),
+                    condition.type_,
+                    condition.status,
+                    condition.reason,
+                    condition.message
+                );
+                self.conditions.insert(condition.type_.clone(), now);
+            }
+        }
+        if let Some(progress) = &status.progress
+            && progress.summary.contains('%')
+        {
+            self.first_progress.get_or_insert(at);
+            if self.progress.insert(progress.summary.clone()) {
+                println!("{:>8.1}s  progress: {}", at.as_secs_f64(), progress.summary);
+            }
+        }
+    }
+}
+
 fn round(x: f64) -> f64 {
     (x * 1000.0).round() / 1000.0
 }
@@ -171,20 +296,28 @@ fn bench_dir() -> anyhow::Result<PathBuf> {
     Ok(dir)
 }
 
-/// Builds atelet in release mode with the same cargo, and returns its path.
-fn build_atelet() -> anyhow::Result<PathBuf> {
+/// Builds `binaries` of this workspace in release mode with the same cargo, and returns the
+/// directory they are in (beside this benchmark).
+fn build_binaries(binaries: &[&str]) -> anyhow::Result<PathBuf> {
     let cargo = std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into());
     let workspace = Path::new(env!("CARGO_MANIFEST_DIR")).join("..");
-    eprintln!("building atelet (release)");
-    let status = Command::new(cargo)
-        .args(["build", "--release", "-q", "-p", "atelet", "--bin", "atelet"])
-        .current_dir(&workspace)
-        .status()?;
-    anyhow::ensure!(status.success(), "cargo build -p atelet failed");
+    eprintln!("building {} (release)", binaries.join(", "));
+    let mut command = Command::new(cargo);
+    command.args(["build", "--release", "-q"]).current_dir(&workspace);
+    for binary in binaries {
+        command.args(["-p", binary, "--bin", binary]);
+    }
+    anyhow::ensure!(command.status()?.success(), "cargo build of {binaries:?} failed");
     let bench = std::env::current_exe()?;
-    let atelet = bench.parent().map(|dir| dir.join("atelet")).unwrap_or_default();
-    anyhow::ensure!(atelet.is_file(), "atelet not found beside {}", bench.display());
-    Ok(atelet)
+    let dir = bench.parent().map(Path::to_path_buf).unwrap_or_default();
+    for binary in binaries {
+        anyhow::ensure!(
+            dir.join(binary).is_file(),
+            "{binary} not found beside {}",
+            bench.display()
+        );
+    }
+    Ok(dir)
 }
 
 async fn push_padding_image(
