@@ -89,14 +89,17 @@ pub fn desired(
             reason: failing.reason,
             message: failing.message.clone(),
         },
-        None => Desired {
-            type_: types::READY,
-            status: Status::True,
-            reason: reasons::READY,
-            message: match &endpoint {
-                Some(endpoint) => format!("The gateway serves at {endpoint}."),
-                None => "The gateway serves.".to_owned(),
+        // Serving only with an endpoint; an actor Ready without one (its root filesystem
+        // prepared, no sandbox booted yet) lends its own reason and words, so that nobody
+        // reads "serves" where nothing does.
+        None => match &endpoint {
+            Some(endpoint) => Desired {
+                type_: types::READY,
+                status: Status::True,
+                reason: reasons::READY,
+                message: format!("The gateway serves at {endpoint}."),
             },
+            None => Desired { type_: types::READY, ..actor.clone() },
         },
     };
     status.progress = Some(progress(failing.map(|c| c.type_), &ready, observed));
@@ -346,6 +349,22 @@ mod tests {
             Some("10.0.0.7:31000")
         );
         assert_eq!(status.backend_ref.as_ref().unwrap().actor.as_deref(), Some("claw"));
+    }
+
+    #[test]
+    fn an_actor_ready_without_an_endpoint_lends_its_reason_instead_of_serving() {
+        let template = template(vec![ready("True", "RootfsPrepared", "Prepared on node-1")], None);
+        let message = "Root filesystem prepared on node-1; the sandbox is not booted";
+        let actor = actor(vec![ready("True", "RootfsPrepared", message)], None);
+        let observed =
+            Observed { template: Some(&template), actor: Some(&actor), ..Observed::default() };
+
+        let status = desired(None, &id(), &observed, Some(1), at(10));
+
+        let c = condition(&status, "Ready");
+        assert_eq!((c.status.as_str(), c.reason.as_str()), ("True", "RootfsPrepared"));
+        assert!(c.message.contains("not booted") && !c.message.contains("serves"), "{}", c.message);
+        assert!(status.connection.is_none());
     }
 
     #[test]
