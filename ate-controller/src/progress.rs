@@ -117,17 +117,11 @@ pub fn stalled(metadata: &OperationMetadata, window: Duration) -> bool {
 
 /// What a stalled operation is stuck on, for the condition message.
 pub fn stuck_on(metadata: &OperationMetadata) -> String {
+    let what =
+        format!("{} {}", step(metadata.phase()).to_lowercase(), short_reference(&metadata.subject));
     match percent(metadata) {
-        Some(percent) => format!(
-            "{} {} at {percent}%",
-            step(metadata.phase()).to_lowercase(),
-            short_reference(&metadata.subject)
-        ),
-        None => format!(
-            "{} {}",
-            step(metadata.phase()).to_lowercase(),
-            short_reference(&metadata.subject)
-        ),
+        Some(percent) => format!("{what} at {percent}%"),
+        None => what,
     }
 }
 

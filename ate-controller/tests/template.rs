@@ -7,7 +7,7 @@ use ate_controller::Config;
 use e2e::{
     LocalCluster,
     component::Component,
-    image::{self, ImageSpec, LayerCompression, LayerSpec, PushedImage},
+    image,
     link::{Link, LinkConfig},
 };
 use kube::{
@@ -148,19 +148,6 @@ async fn start_atelet(
     Component::start_with_env(&exe, &args, &env).await
 }
 
-async fn push(name: &str, layers: &[u64], work: &Path) -> PushedImage {
-    let spec = ImageSpec {
-        repository: format!("ate-controller-test/{name}-{}", std::process::id()),
-        tag: "latest".into(),
-        layers: layers
-            .iter()
-            .map(|&bytes| LayerSpec::Padding { bytes, compression: LayerCompression::Gzip })
-            .collect(),
-        seed: 11,
-    };
-    image::push(e2e::cluster::shared().registry, &spec, work).await.unwrap()
-}
-
 fn ready_reason(status: &ActorTemplateStatus) -> String {
     conditions::find(&status.conditions, "Ready").map(|c| c.reason.clone()).unwrap_or_default()
 }
@@ -173,7 +160,9 @@ fn phase(status: &ActorTemplateStatus) -> Option<TemplatePhase> {
 async fn a_template_becomes_ready_and_its_status_shows_the_pull_progressing() {
     let work = tempfile::tempdir().unwrap();
     // About 25 s at 8 Mbit/s: long enough for the status to be refreshed many times.
-    let image = push("ready", &[16 * MIB, 8 * MIB], work.path()).await;
+    let image =
+        image::push_test_image("ate-controller-test", "ready", &[16 * MIB, 8 * MIB], work.path())
+            .await;
     let link = LinkConfig { mbps: Some(8.0), ..LinkConfig::default() };
     let world = World::new("ready", link, Duration::from_secs(300)).await;
     world.create_pool(json!({"pool": "test"})).await;
@@ -224,7 +213,7 @@ async fn an_image_that_does_not_exist_fails_the_template_with_a_message_naming_i
 #[tokio::test]
 async fn a_pool_without_a_live_atelet_says_so() {
     let work = tempfile::tempdir().unwrap();
-    let image = push("nonode", &[MIB], work.path()).await;
+    let image = image::push_test_image("ate-controller-test", "nonode", &[MIB], work.path()).await;
     let world = World::new("nonode", LinkConfig::default(), Duration::from_secs(300)).await;
     world.create_pool(json!({"pool": "elsewhere"})).await;
 
@@ -240,7 +229,8 @@ async fn a_pool_without_a_live_atelet_says_so() {
 #[tokio::test]
 async fn a_stalled_pull_is_reported_restarted_and_finishes_without_downloading_twice() {
     let work = tempfile::tempdir().unwrap();
-    let image = push("stall", &[6 * MIB], work.path()).await;
+    let image =
+        image::push_test_image("ate-controller-test", "stall", &[6 * MIB], work.path()).await;
     let world = World::new(
         "stall",
         LinkConfig { mbps: Some(8.0), ..LinkConfig::default() },
@@ -276,7 +266,8 @@ async fn a_stalled_pull_is_reported_restarted_and_finishes_without_downloading_t
 #[tokio::test]
 async fn a_restarted_controller_keeps_polling_the_same_operation() {
     let work = tempfile::tempdir().unwrap();
-    let image = push("restart", &[6 * MIB], work.path()).await;
+    let image =
+        image::push_test_image("ate-controller-test", "restart", &[6 * MIB], work.path()).await;
     let mut world = World::new(
         "restart",
         LinkConfig { mbps: Some(8.0), ..LinkConfig::default() },

@@ -14,21 +14,6 @@ use tonic::transport::Channel;
 
 const MIB: u64 = 1024 * 1024;
 
-/// Pushes an image of padding layers of the given sizes to the shared cluster's registry.
-async fn push_image(name: &str, layers: &[u64], workdir: &Path) -> PushedImage {
-    let cluster = e2e::cluster::shared();
-    let spec = ImageSpec {
-        repository: format!("atelet-test/{name}-{}", std::process::id()),
-        tag: "latest".into(),
-        layers: layers
-            .iter()
-            .map(|&bytes| LayerSpec::Padding { bytes, compression: LayerCompression::Gzip })
-            .collect(),
-        seed: layers.iter().sum::<u64>() ^ u64::from(std::process::id()),
-    };
-    image::push(cluster.registry, &spec, workdir).await.expect("push a test image")
-}
-
 /// Starts `atelet serve` with its state in `state_dir`, trusting the link as an HTTP
 /// registry, and connects a client to it.
 async fn start_atelet(state_dir: &Path, link: &Link) -> (Component, AteletClient<Channel>) {
@@ -100,7 +85,8 @@ fn error_reason(operation: &Operation) -> Option<&str> {
 #[tokio::test]
 async fn a_pull_cut_by_connection_drops_completes_within_one_window_per_drop() {
     let work = tempfile::tempdir().unwrap();
-    let image = push_image("drops", &[5 * MIB, 3 * MIB], work.path()).await;
+    let image =
+        image::push_test_image("atelet-test", "drops", &[5 * MIB, 3 * MIB], work.path()).await;
     let drop_every = MIB;
     let link = Link::start(
         e2e::cluster::shared().registry,
@@ -131,7 +117,7 @@ async fn a_pull_cut_by_connection_drops_completes_within_one_window_per_drop() {
 #[tokio::test]
 async fn a_repeated_start_with_the_same_key_returns_the_same_operation() {
     let work = tempfile::tempdir().unwrap();
-    let image = push_image("idempotent", &[2 * MIB], work.path()).await;
+    let image = image::push_test_image("atelet-test", "idempotent", &[2 * MIB], work.path()).await;
     let link = Link::start(e2e::cluster::shared().registry, LinkConfig::default()).await.unwrap();
     let (_atelet, mut client) = start_atelet(&work.path().join("state"), &link).await;
 
@@ -148,7 +134,9 @@ async fn a_repeated_start_with_the_same_key_returns_the_same_operation() {
 #[tokio::test]
 async fn eight_concurrent_pulls_of_one_image_download_it_once() {
     let work = tempfile::tempdir().unwrap();
-    let image = push_image("concurrent", &[3 * MIB, 2 * MIB, MIB], work.path()).await;
+    let image =
+        image::push_test_image("atelet-test", "concurrent", &[3 * MIB, 2 * MIB, MIB], work.path())
+            .await;
     let link = Link::start(
         e2e::cluster::shared().registry,
         LinkConfig { mbps: Some(200.0), ..LinkConfig::default() },
@@ -178,7 +166,7 @@ async fn eight_concurrent_pulls_of_one_image_download_it_once() {
 #[tokio::test]
 async fn a_blob_that_does_not_match_its_digest_fails_the_pull_and_is_not_committed() {
     let work = tempfile::tempdir().unwrap();
-    let image = push_image("corrupt", &[MIB], work.path()).await;
+    let image = image::push_test_image("atelet-test", "corrupt", &[MIB], work.path()).await;
     let link = Link::start(e2e::cluster::shared().registry, LinkConfig::default()).await.unwrap();
     link.corrupt_blob(&image.layers[0].digest);
     let state = work.path().join("state");
@@ -215,7 +203,7 @@ async fn an_image_that_does_not_exist_fails_at_once_without_retries() {
 #[tokio::test]
 async fn an_unauthorized_pull_fails_with_that_reason_without_retries() {
     let work = tempfile::tempdir().unwrap();
-    let image = push_image("denied", &[MIB], work.path()).await;
+    let image = image::push_test_image("atelet-test", "denied", &[MIB], work.path()).await;
     let link = Link::start(e2e::cluster::shared().registry, LinkConfig::default()).await.unwrap();
     // The local registry runs without auth; the link answers as a registry that denies us.
     link.fail_next(100, 401);
@@ -233,7 +221,9 @@ async fn an_unauthorized_pull_fails_with_that_reason_without_retries() {
 #[tokio::test]
 async fn after_kill_9_at_half_the_same_operation_finishes_by_itself() {
     let work = tempfile::tempdir().unwrap();
-    let image = push_image("killed", &[6 * MIB, 4 * MIB, 2 * MIB], work.path()).await;
+    let image =
+        image::push_test_image("atelet-test", "killed", &[6 * MIB, 4 * MIB, 2 * MIB], work.path())
+            .await;
     let link = Link::start(
         e2e::cluster::shared().registry,
         LinkConfig { mbps: Some(40.0), ..LinkConfig::default() },
@@ -315,7 +305,7 @@ async fn the_pull_command_pulls_and_unpacks_in_the_foreground() {
 async fn a_cancelled_pull_keeps_its_bytes_and_a_restart_through_a_range_ignoring_link_fetches_the_prefix_once()
  {
     let work = tempfile::tempdir().unwrap();
-    let image = push_image("cancelled", &[8 * MIB], work.path()).await;
+    let image = image::push_test_image("atelet-test", "cancelled", &[8 * MIB], work.path()).await;
     let link = Link::start(
         e2e::cluster::shared().registry,
         LinkConfig { mbps: Some(40.0), ..LinkConfig::default() },
@@ -353,7 +343,7 @@ async fn a_cancelled_pull_keeps_its_bytes_and_a_restart_through_a_range_ignoring
 #[tokio::test]
 async fn server_errors_are_retried_and_the_pull_completes() {
     let work = tempfile::tempdir().unwrap();
-    let image = push_image("flaky", &[MIB], work.path()).await;
+    let image = image::push_test_image("atelet-test", "flaky", &[MIB], work.path()).await;
     let link = Link::start(e2e::cluster::shared().registry, LinkConfig::default()).await.unwrap();
     link.fail_next(3, 503);
     let (_atelet, mut client) = start_atelet(&work.path().join("state"), &link).await;
@@ -370,8 +360,8 @@ async fn server_errors_are_retried_and_the_pull_completes() {
 async fn an_index_resolves_to_the_linux_amd64_manifest_or_fails_without_one() {
     let work = tempfile::tempdir().unwrap();
     let registry = e2e::cluster::shared().registry;
-    let amd64 = push_image("index", &[MIB], work.path()).await;
-    let arm64 = push_image("index", &[MIB / 2], work.path()).await;
+    let amd64 = image::push_test_image("atelet-test", "index", &[MIB], work.path()).await;
+    let arm64 = image::push_test_image("atelet-test", "index", &[MIB / 2], work.path()).await;
     let repository = amd64.repository.clone();
     let both = image::push_index(
         registry,

@@ -302,6 +302,30 @@ pub fn padding_layers(total_bytes: u64) -> Vec<u64> {
     sizes
 }
 
+/// Pushes an image of gzip padding layers of the given sizes to the shared test cluster's
+/// registry as `<owner>/<name>-<pid>:latest`, different from every other test's image.
+///
+/// # Panics
+///
+/// When the push fails: the test cannot go on without its image.
+pub async fn push_test_image(
+    owner: &str,
+    name: &str,
+    layers: &[u64],
+    workdir: &Path,
+) -> PushedImage {
+    let spec = ImageSpec {
+        repository: format!("{owner}/{name}-{}", std::process::id()),
+        tag: "latest".into(),
+        layers: layers
+            .iter()
+            .map(|&bytes| LayerSpec::Padding { bytes, compression: LayerCompression::Gzip })
+            .collect(),
+        seed: layers.iter().sum::<u64>() ^ u64::from(std::process::id()),
+    };
+    push(crate::cluster::shared().registry, &spec, workdir).await.expect("pushing a test image")
+}
+
 /// Builds the image `spec` describes in `workdir` (created if missing) and pushes it to the
 /// registry at `registry` over plain HTTP: every layer, the config, and the manifest under
 /// `spec.tag`. Blobs the repository already has are not uploaded again.

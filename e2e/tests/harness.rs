@@ -2,10 +2,10 @@
 //! with the atelet, ate-controller and harness-operator as processes and the registry behind
 //! a link of a few Mbit/s, so that each pull takes tens of seconds and can be interrupted.
 
-use std::{path::Path, time::Duration};
+use std::time::Duration;
 
 use e2e::{
-    image::{self, ImageSpec, LayerCompression, LayerSpec, PushedImage},
+    image::{self, PushedImage},
     link::LinkConfig,
     story::{Story, StoryConfig},
 };
@@ -24,19 +24,6 @@ fn link_8_mbps() -> StoryConfig {
         link: LinkConfig { mbps: Some(8.0), ..LinkConfig::default() },
         ..StoryConfig::default()
     }
-}
-
-async fn push(name: &str, layers: &[u64], work: &Path) -> PushedImage {
-    let spec = ImageSpec {
-        repository: format!("harness-test/{name}-{}", std::process::id()),
-        tag: "latest".into(),
-        layers: layers
-            .iter()
-            .map(|&bytes| LayerSpec::Padding { bytes, compression: LayerCompression::Gzip })
-            .collect(),
-        seed: 23,
-    };
-    image::push(e2e::cluster::shared().registry, &spec, work).await.unwrap()
 }
 
 fn image_bytes(image: &PushedImage) -> u64 {
@@ -76,7 +63,8 @@ async fn image_ready_message(story: &Story<'_>, name: &str) -> String {
 #[tokio::test]
 async fn a_harness_becomes_ready_and_its_progress_rises_on_the_way() {
     let work = tempfile::tempdir().unwrap();
-    let image = push("ready", &CI_IMAGE_LAYERS, work.path()).await;
+    let image =
+        image::push_test_image("harness-test", "ready", &CI_IMAGE_LAYERS, work.path()).await;
     let story = Story::start(e2e::cluster::shared(), "story-ready", link_8_mbps()).await;
 
     story.apply_harness("claw", &image.reference_via(story.link.addr())).await;
@@ -123,7 +111,7 @@ enum Crash {
 /// on to Ready, with at most `slack` bytes downloaded twice.
 async fn crash_mid_pull(crash: Crash, prefix: &str, slack: u64) {
     let work = tempfile::tempdir().unwrap();
-    let image = push(prefix, &CI_IMAGE_LAYERS, work.path()).await;
+    let image = image::push_test_image("harness-test", prefix, &CI_IMAGE_LAYERS, work.path()).await;
     let mut story = Story::start(e2e::cluster::shared(), prefix, link_8_mbps()).await;
 
     story.apply_harness("claw", &image.reference_via(story.link.addr())).await;
@@ -158,7 +146,8 @@ async fn a_restarted_atelet_continues_the_same_pull() {
 #[tokio::test]
 async fn a_stall_is_shown_and_the_pull_finishes_when_traffic_returns() {
     let work = tempfile::tempdir().unwrap();
-    let image = push("stall", &CI_IMAGE_LAYERS, work.path()).await;
+    let image =
+        image::push_test_image("harness-test", "stall", &CI_IMAGE_LAYERS, work.path()).await;
     let config = StoryConfig { stall_window: Duration::from_secs(5), ..link_8_mbps() };
     let story = Story::start(e2e::cluster::shared(), "story-stall", config).await;
 
@@ -209,7 +198,8 @@ async fn an_image_that_does_not_exist_fails_the_harness_naming_it() {
 #[tokio::test]
 async fn three_harnesses_on_one_image_are_ready_with_one_image_of_traffic() {
     let work = tempfile::tempdir().unwrap();
-    let image = push("three", &CI_IMAGE_LAYERS, work.path()).await;
+    let image =
+        image::push_test_image("harness-test", "three", &CI_IMAGE_LAYERS, work.path()).await;
     let story = Story::start(e2e::cluster::shared(), "story-three", link_8_mbps()).await;
 
     let reference = image.reference_via(story.link.addr());
