@@ -162,7 +162,7 @@ pub async fn run(client: Client, config: Config, metrics: Metrics, shutdown: Can
                 .collect::<Vec<_>>()
         })
         .with_config(controller_config)
-        .graceful_shutdown_on(shutdown.cancelled_owned())
+        .graceful_shutdown_on(shutdown.clone().cancelled_owned())
         .run(
             |actor, ctx: Arc<Context>| async move {
                 ctx.metrics.reconciled("Actor");
@@ -173,8 +173,25 @@ pub async fn run(client: Client, config: Config, metrics: Metrics, shutdown: Can
         )
         .for_each(log_result);
 
-    tokio::join!(template_controller, actor_controller);
+    // Reconciles in flight get a grace period to finish, and no more: every operation lives
+    // on its node and is found again from status by the next controller, so stopping in the
+    // middle loses nothing. (A controller stopped while its store is still syncing can
+    // otherwise wait forever.)
+    let grace = async {
+        shutdown.cancelled().await;
+        tokio::time::sleep(SHUTDOWN_GRACE).await;
+    };
+    tokio::select! {
+        ((), ()) = async { tokio::join!(template_controller, actor_controller) } => {}
+        () = grace => tracing::warn!(
+            grace = ?SHUTDOWN_GRACE,
+            "reconciles still running after the shutdown grace period; stopping anyway"
+        ),
+    }
 }
+
+/// How long reconciles in flight may take to finish after the shutdown signal.
+const SHUTDOWN_GRACE: Duration = Duration::from_secs(5);
 
 /// A failed reconcile is logged, counted and retried after a short pause.
 fn error_policy(kind: &'static str, error: &ReconcileError, ctx: &Context) -> Action {
