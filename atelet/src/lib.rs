@@ -1,6 +1,7 @@
 //! atelet, the node agent: its content store of image blobs, image pulls, layer unpacking and
 //! the long-running operations that drive them.
 
+pub mod bucket;
 pub mod digest;
 pub mod lease;
 pub mod operations;
