@@ -173,21 +173,11 @@ pub async fn run(client: Client, config: Config, metrics: Metrics, shutdown: Can
         )
         .for_each(log_result);
 
-    // Reconciles in flight get a grace period to finish, and no more: every operation lives
-    // on its node and is found again from status by the next controller, so stopping in the
-    // middle loses nothing. (A controller stopped while its store is still syncing can
-    // otherwise wait forever.)
-    let grace = async {
-        shutdown.cancelled().await;
-        tokio::time::sleep(SHUTDOWN_GRACE).await;
+    // Reconciles in flight get a grace period to finish, and no more.
+    let controllers = async {
+        tokio::join!(template_controller, actor_controller);
     };
-    tokio::select! {
-        ((), ()) = async { tokio::join!(template_controller, actor_controller) } => {}
-        () = grace => tracing::warn!(
-            grace = ?SHUTDOWN_GRACE,
-            "reconciles still running after the shutdown grace period; stopping anyway"
-        ),
-    }
+    proto::shutdown::finish_within(controllers, shutdown.cancelled(), SHUTDOWN_GRACE).await;
 }
 
 /// How long reconciles in flight may take to finish after the shutdown signal.

@@ -20,7 +20,7 @@ use crate::{
 };
 
 /// Runs the AgentHarness controller until `shutdown` resolves, then lets the reconciles in
-/// flight finish and returns.
+/// flight finish (for up to five seconds) and returns.
 ///
 /// Watches harnesses in `config.watch_namespace` (every namespace when unset), and the
 /// ActorTemplates, Actors and token Secrets they own, so that a child's status change
@@ -40,22 +40,24 @@ pub async fn run(
     let secrets = api::<Secret>(&client, namespace.as_deref());
     tracing::info!(namespace = namespace.as_deref().unwrap_or("*"), "watching AgentHarnesses");
 
-    // The controller wants a shutdown future that is also Sync; a oneshot receiver is.
-    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+    // The controller wants a shutdown future that is also Sync; a watch receiver is. A second
+    // receiver starts the grace period.
+    let (stop, stopped) = tokio::sync::watch::channel(false);
     tokio::spawn(async move {
         shutdown.await;
-        let _ = stop.send(());
+        let _ = stop.send(true);
     });
+    let stopping = |mut stopped: tokio::sync::watch::Receiver<bool>| async move {
+        let _ = stopped.wait_for(|stop| *stop).await;
+    };
 
     let context = Arc::new(Context::new(client, config, metrics));
-    Controller::new(harnesses, watcher::Config::default())
+    let controller = Controller::new(harnesses, watcher::Config::default())
         .owns(templates, watcher::Config::default())
         .owns(actors, watcher::Config::default())
         // Only the Secrets it manages: watching every Secret would cache all of them.
         .owns(secrets, watcher::Config::default().labels(&managed_selector()))
-        .graceful_shutdown_on(async move {
-            let _ = stopped.await;
-        })
+        .graceful_shutdown_on(stopping(stopped.clone()))
         .run(reconcile, error_policy, context)
         .for_each(|result| async move {
             match result {
@@ -67,10 +69,14 @@ pub async fn run(
                 }
                 Err(error) => tracing::warn!(%error, "watching harnesses and their children"),
             }
-        })
-        .await;
+        });
+    // Reconciles in flight get a grace period to finish, and no more.
+    proto::shutdown::finish_within(controller, stopping(stopped), SHUTDOWN_GRACE).await;
     tracing::info!("controller stopped");
 }
+
+/// How long reconciles in flight may take to finish after the shutdown signal.
+const SHUTDOWN_GRACE: std::time::Duration = std::time::Duration::from_secs(5);
 
 fn api<K>(client: &Client, namespace: Option<&str>) -> Api<K>
 where
