@@ -11,11 +11,7 @@
 use std::{sync::Arc, time::Duration};
 
 use k8s_openapi::jiff::Timestamp;
-use kube::{
-    Api, ResourceExt,
-    api::{Patch, PatchParams},
-    runtime::controller::Action,
-};
+use kube::{Api, ResourceExt, runtime::controller::Action};
 use proto::{
     Actor, ActorTemplate, WorkerPool,
     actor::{ActorPhase, ActorStatus, DesiredState},
@@ -29,7 +25,6 @@ use sha2::{Digest as _, Sha256};
 use crate::{
     Context, ReconcileError,
     atelets::with_deadline,
-    events,
     nodes::{self, Node},
     progress,
 };
@@ -307,20 +302,5 @@ async fn write_status(
     if before == *status {
         return Ok(());
     }
-    let api: Api<Actor> =
-        Api::namespaced(ctx.client.clone(), &actor.namespace().unwrap_or_default());
-    let patch = serde_json::json!({
-        "apiVersion": "ate.dev/v1alpha1",
-        "kind": "Actor",
-        "status": status,
-    });
-    api.patch_status(
-        &actor.name_any(),
-        &PatchParams::apply(crate::MANAGER).force(),
-        &Patch::Apply(&patch),
-    )
-    .await
-    .map_err(|source| ReconcileError::kube(object, source))?;
-    events::ready_changed(ctx, actor, &before.conditions, &status.conditions).await;
-    Ok(())
+    crate::apply_status(ctx, actor, object, status, &before.conditions, &status.conditions).await
 }

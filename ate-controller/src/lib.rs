@@ -11,8 +11,10 @@
 use std::{sync::Arc, time::Duration};
 
 use futures::StreamExt;
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::Condition;
 use kube::{
-    Api, Client, ResourceExt,
+    Api, Client, Resource, ResourceExt,
+    api::{Patch, PatchParams},
     runtime::{
         Controller,
         controller::Action,
@@ -108,6 +110,44 @@ impl ReconcileError {
             message: message.to_owned(),
         }
     }
+}
+
+/// Writes `status` through `object`'s status subresource by server-side apply, and publishes
+/// an Event when its `Ready` condition changed from `before` to `after`. `name` says which
+/// object it is, in errors.
+///
+/// # Errors
+///
+/// When the API server refuses the write.
+pub async fn apply_status<K>(
+    ctx: &Context,
+    object: &K,
+    name: &str,
+    status: &impl serde::Serialize,
+    before: &[Condition],
+    after: &[Condition],
+) -> Result<(), ReconcileError>
+where
+    K: Resource<DynamicType = (), Scope = k8s_openapi::NamespaceResourceScope>
+        + Clone
+        + serde::de::DeserializeOwned
+        + std::fmt::Debug,
+{
+    let api: Api<K> = Api::namespaced(ctx.client.clone(), &object.namespace().unwrap_or_default());
+    let patch = serde_json::json!({
+        "apiVersion": K::api_version(&()),
+        "kind": K::kind(&()),
+        "status": status,
+    });
+    api.patch_status(
+        &object.name_any(),
+        &PatchParams::apply(MANAGER).force(),
+        &Patch::Apply(&patch),
+    )
+    .await
+    .map_err(|source| ReconcileError::kube(name, source))?;
+    events::ready_changed(ctx, object, before, after).await;
+    Ok(())
 }
 
 /// Runs the ActorTemplate and Actor controllers until `shutdown` is cancelled.

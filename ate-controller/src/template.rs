@@ -10,11 +10,7 @@
 use std::{sync::Arc, time::Duration};
 
 use k8s_openapi::jiff::Timestamp;
-use kube::{
-    Api, ResourceExt,
-    api::{Patch, PatchParams},
-    runtime::controller::Action,
-};
+use kube::{Api, ResourceExt, runtime::controller::Action};
 use proto::{
     ActorTemplate, WorkerPool,
     actor_template::{ActorTemplateStatus, TemplatePhase},
@@ -24,7 +20,7 @@ use proto::{
 };
 use sha2::{Digest as _, Sha256};
 
-use crate::{Context, ReconcileError, atelets::with_deadline, events, nodes, pacing, progress};
+use crate::{Context, ReconcileError, atelets::with_deadline, nodes, pacing, progress};
 
 /// Reconciles one ActorTemplate; see the module documentation.
 ///
@@ -340,21 +336,8 @@ async fn write_status(
     if !write || before == *status {
         return Ok(());
     }
-    let api: Api<ActorTemplate> =
-        Api::namespaced(ctx.client.clone(), &template.namespace().unwrap_or_default());
-    let patch = serde_json::json!({
-        "apiVersion": "ate.dev/v1alpha1",
-        "kind": "ActorTemplate",
-        "status": status,
-    });
-    api.patch_status(
-        &template.name_any(),
-        &PatchParams::apply(crate::MANAGER).force(),
-        &Patch::Apply(&patch),
-    )
-    .await
-    .map_err(|source| ReconcileError::kube(&object(name), source))?;
+    let (before, after) = (&before.conditions, &status.conditions);
+    crate::apply_status(ctx, template, &object(name), status, before, after).await?;
     ctx.pacing.wrote(name);
-    events::ready_changed(ctx, template, &before.conditions, &status.conditions).await;
     Ok(())
 }
